@@ -26,6 +26,9 @@ import sys
 from oslo_config import cfg
 
 from nova_vtpm.cmd import check
+from nova_vtpm.cmd import events
+from nova_vtpm.cmd import instances
+from nova_vtpm.cmd import reconcile
 from nova_vtpm import conf as nova_vtpm_conf
 from nova_vtpm import version
 
@@ -33,7 +36,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 
-COMMANDS = (check,)
+COMMANDS = (check, events, instances, reconcile)
 
 
 def build_parser():

@@ -24,7 +24,10 @@ import os
 
 from oslo_config import cfg
 
+from nova_vtpm.conf import agent
 from nova_vtpm.conf import attestation
+from nova_vtpm.conf import clients
+from nova_vtpm.conf import journal
 
 CONF = cfg.CONF
 
@@ -34,7 +37,7 @@ DEFAULT_CONFIG_FILES = (
     '/etc/nova-vtpm/nova-vtpm.conf',
 )
 
-_MODULES = (attestation,)
+_MODULES = (agent, attestation, clients, journal)
 
 
 def register_opts(conf):

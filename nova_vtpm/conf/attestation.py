@@ -14,6 +14,7 @@
 
 from oslo_config import cfg
 
+from nova_vtpm.conf import groups
 from nova_vtpm import tpm
 
 GROUP_NAME = 'nova_vtpm_attestation'
@@ -70,8 +71,8 @@ Possible values:
 
 
 def register_opts(conf):
-    conf.register_group(attestation_group)
-    conf.register_opts(ATTESTATION_OPTS, group=attestation_group)
+    conf.register_group(groups.fresh(attestation_group))
+    conf.register_opts(ATTESTATION_OPTS, group=GROUP_NAME)
 
 
 def list_opts():

@@ -23,4 +23,7 @@ def list_opts():
     for module in _MODULES:
         for group, opts in module.list_opts().items():
             result.append((group, opts))
+    # Each installed hook's own options, in its own group.
+    from nova_vtpm.hooks import manager
+    result.extend(manager.list_hook_opts())
     return result
