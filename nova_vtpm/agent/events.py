@@ -244,6 +244,7 @@ class ServerView:
         self.image_name = image_name
         self.status = status
         self.request = None   # set by the reconciler: a tpm.Resolution
+        self.unresolved = False   # True: the request could not be known
 
     def __repr__(self):
         return '<ServerView %s host=%s>' % (self.uuid, self.host)

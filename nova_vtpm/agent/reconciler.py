@@ -25,7 +25,6 @@ import time
 from oslo_log import log as logging
 
 from nova_vtpm.agent import events
-from nova_vtpm import tpm
 
 LOG = logging.getLogger(__name__)
 
@@ -74,25 +73,23 @@ class Reconciler:
             marker = page[-1].id
 
     def resolve(self, servers):
-        """Attach each server's vTPM request (``server.request``)."""
+        """Attach each server's vTPM request (``server.request``).
+
+        A server whose image properties could not be had (Glance down)
+        gets ``server.unresolved = True``: hooks must leave it alone rather
+        than conclude it has no vTPM.
+        """
         specs = self.journal.all_request_specs()
-        conf = self.conf.nova_vtpm_attestation
-        policies = self.resolver.tpm_policies()
         for server in servers:
             spec = specs.get(server.uuid)
-            if spec is not None:
-                server.image_props = spec['image_props']
-                server.image_name = spec['image_name']
-            elif server.image_uuid and self.clients.configured:
-                server.image_name, server.image_props = (
-                    self.resolver.image_properties(server.uuid,
-                                                   server.image_uuid))
-            server.request = tpm.resolve(
+            server.image_name, server.image_props, complete = (
+                self.resolver.image_properties(server.uuid,
+                                               server.image_uuid, spec))
+            server.unresolved = not complete
+            server.request = self.resolver.resolve_specs(
                 server.flavor_specs, server.image_props,
                 flavor_name=server.flavor_name,
-                image_name=server.image_name,
-                default_attestation=conf.default_mode,
-                tpm_policies=policies)
+                image_name=server.image_name)
 
     def run(self, servers=None):
         """One reconciliation; returns a report dict."""

@@ -33,8 +33,12 @@ import time
 
 from oslo_log import log as logging
 import oslo_messaging
+from oslo_messaging.notify import dispatcher as notify_dispatcher
+from oslo_messaging.notify import listener as notify_listener
+from sqlalchemy import exc as sa_exc
 
 from nova_vtpm.agent import events as events_mod
+from nova_vtpm.agent import facts as facts_mod
 from nova_vtpm.agent import request as request_mod
 from nova_vtpm.hooks import base as hooks_base
 from nova_vtpm import journal as journal_mod
@@ -52,6 +56,14 @@ NOVA_EVENT_PREFIXES = (
     'aggregate.', 'compute.', 'compute_task.', 'flavor.', 'instance.',
     'keypair.', 'libvirt.', 'metrics.', 'scheduler.', 'server_group.',
     'service.', 'volume.')
+
+# When a claim brought less than a full batch of work, the worker lets new
+# events gather this long before it claims again: under a stream of events
+# it claims them by the dozen rather than one by one (each claim costs
+# queries, and the GIL the listener's threads need); a lone event's work
+# starts this much later.
+WORK_BATCH_WINDOW = 0.05
+WORK_BATCH_SIZE = 50
 
 
 def pool_name(conf):
@@ -74,6 +86,32 @@ class NotificationEndpoint:
                                               payload, metadata)
 
     audit = debug = info = warn = error = critical = sample = _handle
+
+
+class NotificationDispatcher(notify_dispatcher.NotificationDispatcher):
+    """oslo.messaging's dispatcher, safe from messages without a priority.
+
+    oslo.messaging acknowledges a message whose priority is missing or
+    unknown without telling the endpoint, and raises on one whose priority
+    is not a string (``null``, a number): its server then requeues the
+    message, which with ``allow_requeue`` comes back at once, forever (a
+    hot loop, a traceback each time). Such a message is not a notification:
+    the agent records it as rejected.
+    """
+
+    def __init__(self, endpoints, agent):
+        super().__init__(endpoints, None)
+        self.agent = agent
+
+    def dispatch(self, incoming):
+        message = incoming.message
+        priority = message.get('priority')
+        if not isinstance(priority, str) or (
+                priority.lower() not in notify_dispatcher.PRIORITIES):
+            return self.agent.handle_malformed_message(
+                message, 'not a notification: priority %r is not one of %s'
+                % (priority, ', '.join(notify_dispatcher.PRIORITIES)))
+        return super().dispatch(incoming)
 
 
 class Agent:
@@ -106,6 +144,7 @@ class Agent:
         self._wake = threading.Event()
         self._threads = []
         self._listener = None
+        self.facts_publisher = None
         self.stats = {'received': 0, 'recorded': 0, 'duplicates': 0,
                       'rejected': 0, 'requeued': 0}
         self._stats_lock = threading.Lock()
@@ -121,19 +160,64 @@ class Agent:
         """Record one notification; the return value acks or requeues it."""
         self._count('received')
         try:
-            created = self._record(publisher_id, event_type, payload,
-                                   metadata)
+            try:
+                created = self._record(publisher_id, event_type, payload,
+                                       metadata)
+            except Exception as e:
+                if _journal_unavailable(e):
+                    raise
+                # The journal refuses this message (a value too long for
+                # its column, a NUL character PostgreSQL does not store):
+                # requeueing it would bring it back forever.
+                LOG.exception('Cannot record %s as it is; recording it as '
+                              'rejected', _clean(event_type, 255))
+                created = self._reject_unrecordable(
+                    publisher_id, event_type, payload, metadata, e)
         except Exception:
             # The journal is unreachable: do not lose the event, let the
             # broker deliver it again.
             LOG.exception('Cannot record %s in the journal; requeueing it',
-                          event_type)
+                          _clean(event_type, 255))
             self._count('requeued')
             time.sleep(0.5)
             return oslo_messaging.NotificationResult.REQUEUE
         if created:
             self._wake.set()
         return oslo_messaging.NotificationResult.HANDLED
+
+    def handle_malformed_message(self, message, reason):
+        """Record a message oslo.messaging cannot dispatch as rejected."""
+        self._count('received')
+
+        event_type = _clean(message.get('event_type'), 255) or '<none>'
+        message_id = self._message_id(event_type, message, {
+            'message_id': message.get('message_id')})
+        common = dict(message_id=_clean(message_id, 64),
+                      publisher_id=_clean(message.get('publisher_id'), 255),
+                      payload=json.dumps(message, default=str,
+                                         sort_keys=True))
+        try:
+            self._reject(common, event_type, reason)
+        except Exception:
+            LOG.exception('Cannot record a malformed message in the '
+                          'journal; requeueing it')
+            self._count('requeued')
+            time.sleep(0.5)
+            return oslo_messaging.NotificationResult.REQUEUE
+        return oslo_messaging.NotificationResult.HANDLED
+
+    def _reject_unrecordable(self, publisher_id, event_type, payload,
+                             metadata, error):
+        """Record as rejected what the journal refused, made storable."""
+        message_id = self._message_id(event_type, payload, metadata)
+        common = dict(message_id=_clean(message_id, 64),
+                      publisher_id=_clean(publisher_id, 255),
+                      payload=json.dumps(payload, default=str,
+                                         sort_keys=True))
+        reason = 'the journal cannot store it as it is: %s: %s' % (
+            type(error).__name__, (str(error).splitlines() or [''])[0])
+        return self._reject(common, _clean(event_type, 255) or '<none>',
+                            _clean(reason, 1000))
 
     def _message_id(self, event_type, payload, metadata):
         message_id = (metadata or {}).get('message_id') if isinstance(
@@ -152,6 +236,8 @@ class Agent:
             payload=payload)
         if not isinstance(event_type, str) or not event_type:
             return self._reject(common, '<none>', 'event_type is missing')
+        if event_type == facts_mod.FACTS_EVENT:
+            return self._record_host_facts(event_type, common)
         if event_type not in USED_EVENT_TYPES:
             if event_type.startswith(NOVA_EVENT_PREFIXES):
                 return False
@@ -175,6 +261,25 @@ class Agent:
             return created
         return self._record_instance_event(parsed, common)
 
+    def _record_host_facts(self, event_type, common):
+        """Another (or this) compute agent's host facts: keep the latest."""
+        try:
+            host, stored = facts_mod.record(self.journal, common['payload'],
+                                            common['publisher_id'])
+        except facts_mod.MalformedFacts as e:
+            return self._reject(common, event_type, str(e))
+        if (self.facts_publisher is not None and host != self.host and
+                common['payload'].get('trigger') ==
+                facts_mod.FactsPublisher.START):
+            # A compute agent started and knows nobody yet: tell it.
+            self.facts_publisher.nudge()
+        _, created = self.journal.record_event(
+            event_type=event_type, host=host, state=journal_mod.DONE,
+            reason='host facts of %s %s' % (
+                host, 'recorded' if stored else 'older than those recorded'),
+            **common)
+        return created
+
     def _reject(self, common, event_type, reason):
         LOG.warning('Rejected notification %s (%s): %s',
                     common['message_id'], event_type, reason)
@@ -194,12 +299,14 @@ class Agent:
                 state=journal_mod.SKIPPED, reason='instance of host %s, not '
                 'of this compute agent' % event.host, **fields)
             return created
-        request = self.resolver.resolve(event)
+        request, complete = self.resolver.resolve_event(event)
         known = None
         if request.vtpm is None:
             known = self.journal.get_instance(event.instance_uuid)
-        if request.vtpm is None and (known is None or
-                                     known['vtpm_version'] is None):
+        # Incomplete (Glance down, no request spec): it may be a vTPM
+        # server; let the hooks' work wait for the image properties.
+        if complete and request.vtpm is None and (
+                known is None or known['vtpm_version'] is None):
             _, created = self.journal.record_event(
                 state=journal_mod.SKIPPED, reason='no vTPM', **fields)
             return created
@@ -217,16 +324,24 @@ class Agent:
             item['event_type'], payload, item['publisher_id'],
             {'message_id': item['message_id']})
         event.timestamp = item['timestamp']
-        event.request = self.resolver.resolve(event)
+        event.request, event.request_complete = self.resolver.resolve_event(
+            event)
         return event
 
-    def run_due_work(self, limit=50):
+    def run_due_work(self, limit=WORK_BATCH_SIZE):
         """Run the work that is due now; returns how many items ran."""
-        items = self.journal.claim_work(self.owner, self.group.claim_lease,
-                                        limit=limit)
+        lease = self.group.claim_lease
+        items = self.journal.claim_work(self.owner, lease, limit=limit)
         ran = 0
-        for item in items:
+        for n, item in enumerate(items):
             if self._stopping.is_set():
+                break
+            # The claims run out together: work started after that could
+            # be another agent's by then, and run twice at once. After the
+            # first item, stop when half the lease is gone and give the
+            # rest back.
+            if time.time() > item['claimed_until'] - (lease / 2 if n else 0):
+                self.journal.release_claims(self.owner)
                 break
             try:
                 event = self._event_from_work(item)
@@ -234,10 +349,22 @@ class Agent:
                 self.journal.finish_work(item['id'], self.owner, 'failed',
                                          str(e))
                 continue
-            outcome = self.manager.run(item['hook'], event,
-                                       item['attempts'])
-            self.journal.finish_work(item['id'], self.owner, outcome.state,
-                                     outcome.reason, outcome.next_attempt_at)
+            if event.request_complete:
+                outcome = self.manager.run(item['hook'], event,
+                                           item['attempts'])
+            else:
+                outcome = self.manager.retry(
+                    item['hook'], event, item['attempts'],
+                    'the properties of image %s are unavailable (is Glance '
+                    'reachable?)' % event.image_uuid)
+            if not self.journal.finish_work(item['id'], self.owner,
+                                            outcome.state, outcome.reason,
+                                            outcome.next_attempt_at):
+                LOG.warning('Lost the claim on work %(id)s (hook %(hook)s '
+                            'on %(event)s) before it ended: its lease ran '
+                            'out; outcome %(outcome)s dropped',
+                            {'id': item['id'], 'hook': item['hook'],
+                             'event': event, 'outcome': outcome})
             ran += 1
         return ran
 
@@ -253,6 +380,8 @@ class Agent:
                 LOG.exception('The worker hit an error; going on')
                 ran = 0
             if ran:
+                if ran < WORK_BATCH_SIZE:
+                    self._stopping.wait(WORK_BATCH_WINDOW)
                 continue
             timeout = self.group.poll_interval
             try:
@@ -261,8 +390,11 @@ class Agent:
                 due = None
             if due is not None:
                 timeout = max(0.01, min(timeout, due - time.time()))
-            self._wake.wait(timeout)
+            woken = self._wake.wait(timeout)
             self._wake.clear()
+            if woken:
+                # New events: more may be on their way.
+                self._stopping.wait(WORK_BATCH_WINDOW)
 
     def _purge(self):
         days = self.conf.nova_vtpm_journal.retention_days
@@ -303,10 +435,12 @@ class Agent:
                 self.conf)
         targets = [oslo_messaging.Target(topic=self.group.topic,
                                          exchange=self.group.exchange)]
-        self._listener = oslo_messaging.get_notification_listener(
-            self.transport, targets, [NotificationEndpoint(self)],
-            executor='threading', pool=pool_name(self.conf),
-            allow_requeue=True)
+        # What get_notification_listener does, with the dispatcher above.
+        self._listener = notify_listener.NotificationServer(
+            self.transport, targets,
+            NotificationDispatcher([NotificationEndpoint(self)], self),
+            executor='threading', allow_requeue=True,
+            pool=pool_name(self.conf))
         worker = threading.Thread(target=self._work_loop,
                                   name='nova-vtpm-worker', daemon=True)
         self._threads.append(worker)
@@ -316,7 +450,12 @@ class Agent:
                 daemon=True))
         for thread in self._threads:
             thread.start()
-        self._listener.start()
+        self._listener.start(override_pool_size=self.group.executor_threads)
+        if self.role == hooks_base.ROLE_COMPUTE and \
+                self.conf.nova_vtpm_facts.publish:
+            self.facts_publisher = facts_mod.FactsPublisher(
+                self.conf, self.transport, host=self.host)
+            self.facts_publisher.start()
         LOG.info('nova-vtpm agent started: role %(role)s, host %(host)s, '
                  'pool %(pool)s, hooks %(hooks)s',
                  {'role': self.role, 'host': self.host,
@@ -326,6 +465,8 @@ class Agent:
     def stop(self, timeout=60):
         """Stop consuming, finish the hook call under way, release claims."""
         LOG.info('nova-vtpm agent stopping')
+        if self.facts_publisher is not None:
+            self.facts_publisher.stop()
         if self._listener is not None:
             self._listener.stop()
             self._listener.wait()
@@ -335,6 +476,21 @@ class Agent:
             thread.join(timeout)
         released = self.journal.release_claims(self.owner)
         LOG.info('nova-vtpm agent stopped (%d claims released)', released)
+
+
+def _journal_unavailable(error):
+    """Whether a journal error is about the database, not the data."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                              sa_exc.DisconnectionError, sa_exc.TimeoutError))
+
+
+def _clean(value, length):
+    """A string any journal database stores: no NUL, at most ``length``."""
+    if not isinstance(value, str):
+        return None
+    return value.replace('\x00', '\\x00')[:length]
 
 
 def _pid_alive(pid):

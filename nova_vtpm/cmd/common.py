@@ -65,8 +65,22 @@ def print_record(record, keys=None):
 
 
 def journal(conf):
+    """The journal the agent writes; never a new, empty one.
+
+    :raises: SystemExit(2) when a sqlite journal file does not exist: the
+        configuration probably does not point at the agent's journal.
+    """
+    import os
+
     from nova_vtpm import journal as journal_mod
-    j = journal_mod.Journal(conf.nova_vtpm_journal.connection)
+    url = conf.nova_vtpm_journal.connection
+    if url.startswith('sqlite:///'):
+        path = url[len('sqlite:///'):]
+        if path != ':memory:' and not os.path.exists(path):
+            raise SystemExit(error(
+                'no journal at %s: is [nova_vtpm_journal] connection the '
+                "agent's (use --config-file)?" % path))
+    j = journal_mod.Journal(url)
     j.upgrade()
     return j
 

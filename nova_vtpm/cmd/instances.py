@@ -57,9 +57,14 @@ def do_list(args, conf):
 
 
 def do_show(args, conf):
-    row = common.journal(conf).get_instance(args.uuid)
+    journal = common.journal(conf)
+    row = journal.get_instance(args.uuid)
     if row is None:
         return common.error('no vTPM instance %s is known' % args.uuid)
+    # The vTPM's identity, where this journal has it (the compute agent's
+    # swtpm_state hook records it).
+    identity = journal.get_identity(args.uuid)
+    row['ek_fingerprint'] = identity['fingerprint'] if identity else None
     if args.format == 'json':
         common.print_json(row)
         return common.EXIT_OK

@@ -73,12 +73,18 @@ class RetryLater(exception.NovaVTPMException):
     :param reason: why, for the journal and the operator.
     :param delay: seconds until the next attempt, or None for the agent's
         backoff.
+    :param waiting: True when this is a wait for something expected (a
+        guest's agent that has not registered yet), not trouble: it does
+        not use up the agent's retry budget (``max_attempts``). A hook
+        that waits must bound the wait itself (e.g. with a deadline) and
+        give a ``delay``.
     """
     msg_fmt = '%(reason)s'
 
-    def __init__(self, reason, delay=None):
+    def __init__(self, reason, delay=None, waiting=False):
         super().__init__(reason=reason)
         self.delay = delay
+        self.waiting = waiting
 
 
 class PermanentFailure(exception.NovaVTPMException):

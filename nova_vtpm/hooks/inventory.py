@@ -31,6 +31,11 @@ from nova_vtpm.hooks import base
 
 LOG = logging.getLogger(__name__)
 
+# Events whose payload still names the source host after the instance has
+# moved: the source sends live_migration_post.end after the destination's
+# live_migration_post_dest.end, which carries the new host.
+_STALE_HOST = frozenset(['live_migration_post'])
+
 
 def _request_values(request):
     values = {'vtpm_version': None, 'vtpm_model': None,
@@ -68,10 +73,12 @@ class InventoryHook(base.HookBase):
                           event.lifecycle, event.instance_uuid)
                 return
         values = dict(
-            host=event.host, node=event.node, project_id=event.project_id,
+            project_id=event.project_id,
             flavor_name=event.flavor_name, image_uuid=event.image_uuid,
             vm_state=event.vm_state, task_state=event.task_state,
             lifecycle=event.lifecycle, event_timestamp=stamp)
+        if event.lifecycle not in _STALE_HOST or current is None:
+            values.update(host=event.host, node=event.node)
         request = getattr(event, 'request', None)
         if request is not None and (request.vtpm is not None or
                                     current is None):
@@ -134,7 +141,14 @@ class InventoryHook(base.HookBase):
         seen = set()
         counts = {'added': 0, 'updated': 0, 'removed': 0}
         now = time.time()
+        writes, added, removed = [], [], []
         for server in servers:
+            if server.unresolved:
+                # Its image properties are unknown right now: keep what we
+                # know of it, neither add nor remove.
+                seen.add(server.uuid)
+                counts['unresolved'] = counts.get('unresolved', 0) + 1
+                continue
             request = server.request
             if request is None or request.vtpm is None:
                 continue
@@ -148,18 +162,23 @@ class InventoryHook(base.HookBase):
                           **_request_values(request))
             if row is None:
                 values.update(lifecycle='reconciled', event_timestamp=now)
-                journal.put_instance(server.uuid, **values)
-                counts['added'] += 1
-                LOG.warning('Inventory: instance %s was missing (a lost '
-                            'notification?): added by reconciliation',
-                            server.uuid)
+                writes.append((server.uuid, values))
+                added.append(server.uuid)
             elif any(row.get(k) != v for k, v in values.items()):
-                journal.put_instance(server.uuid, **values)
+                writes.append((server.uuid, values))
                 counts['updated'] += 1
         for uuid in set(known) - seen:
-            journal.put_instance(uuid, deleted_at=now,
-                                 lifecycle='reconciled')
-            counts['removed'] += 1
+            writes.append((uuid, dict(deleted_at=now,
+                                      lifecycle='reconciled')))
+            removed.append(uuid)
+        # One transaction for all.
+        journal.put_instances(writes)
+        for uuid in added:
+            LOG.warning('Inventory: instance %s was missing (a lost '
+                        'notification?): added by reconciliation', uuid)
+        for uuid in removed:
             LOG.warning('Inventory: instance %s is gone from Nova (a lost '
                         'delete notification?): marked deleted', uuid)
+        counts['added'] += len(added)
+        counts['removed'] += len(removed)
         return counts

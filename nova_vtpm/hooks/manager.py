@@ -17,6 +17,7 @@
 import random
 import time
 
+from oslo_config import cfg
 from oslo_log import log as logging
 from stevedore import named
 
@@ -151,16 +152,20 @@ class HookManager:
                        'uuid': event.instance_uuid, 'reason': e})
             return Outcome('failed', str(e))
         except base.RetryLater as e:
-            return self._retry(name, event, attempts, str(e), e.delay)
+            if getattr(e, 'waiting', False) and e.delay is not None:
+                # A bounded wait the hook controls: not a failed attempt.
+                return Outcome('retry', str(e), time.time() + e.delay)
+            return self.retry(name, event, attempts, str(e), e.delay)
         except Exception as e:
             LOG.exception('Hook %(hook)s raised on %(event)s of instance '
                           '%(uuid)s', {'hook': name, 'event': event.lifecycle,
                                        'uuid': event.instance_uuid})
-            return self._retry(name, event, attempts, 'unexpected error: %s: '
-                               '%s' % (type(e).__name__, e), None)
+            return self.retry(name, event, attempts, 'unexpected error: %s: '
+                              '%s' % (type(e).__name__, e), None)
         return Outcome('done')
 
-    def _retry(self, name, event, attempts, reason, delay):
+    def retry(self, name, event, attempts, reason, delay=None):
+        """The outcome of a transient failure: retry later, or give up."""
         if attempts + 1 >= self.max_attempts:
             LOG.error('Hook %(hook)s gave up on %(event)s of instance '
                       '%(uuid)s after %(n)d attempts: %(reason)s',
@@ -221,5 +226,9 @@ def list_hook_opts():
     for ext in extension.ExtensionManager(NAMESPACE, invoke_on_load=False):
         opts = getattr(ext.plugin, 'CONFIG_OPTS', None) or []
         if opts:
-            result.append((hook_group(ext.name), opts))
+            group = cfg.OptGroup(
+                hook_group(ext.name),
+                title='Options of the %s hook' % ext.name,
+                help=(ext.plugin.__doc__ or '').strip().split('\n')[0])
+            result.append((group, opts))
     return result

@@ -26,8 +26,11 @@ The default is a sqlite file (zero setup, one host); any SQLAlchemy URL
 (MySQL, PostgreSQL) serves several agents.
 """
 
+import collections
 import json
 import os
+import sqlite3
+import threading
 import time
 
 from alembic import command as alembic_command
@@ -55,12 +58,92 @@ WORK_STATES = (PENDING, RETRY, DONE, FAILED)
 _OPEN_WORK = (PENDING, RETRY)
 
 
+# The upgrade's PostgreSQL advisory lock (any constant bigint) and tries.
+_UPGRADE_LOCK_KEY = 0x6e76746d   # 'nvtm'
+_UPGRADE_ATTEMPTS = 5
+
+
 def _now():
     return time.time()
 
 
 def _row(row):
     return dict(row._mapping) if row is not None else None
+
+
+# Request specs read on the agent's hot paths (every instance event, every
+# hook run) are kept in memory: at most this many, for this long. A spec
+# changes (for an instance uuid) only when Nova schedules the instance
+# again (resize, migration, rebuild): this process' writes update the copy
+# at once; another agent's (sharing the database) are seen when the copy
+# expires.
+REQUEST_SPEC_CACHE_SIZE = 4096
+REQUEST_SPEC_CACHE_SECONDS = 60.0
+
+# Dialects with INSERT ... ON CONFLICT (...) DO UPDATE (same syntax): an
+# upsert in one statement. Others (MySQL...) update, then insert when the
+# row is absent.
+_ON_CONFLICT_DIALECTS = frozenset(
+    ['postgresql'] + (['sqlite'] if sqlite3.sqlite_version_info >= (3, 24)
+                      else []))
+
+
+# The statements of the agent's hot paths, built once: their values are
+# bound at execution (building a statement per call, with its bound
+# parameters and its cache key, cost more than running it). Bound parameter
+# names start with ``p_``: SQLAlchemy reserves the column names for the
+# VALUES and SET clauses.
+_b = sa.bindparam
+_e = models.events.c
+_w = models.work.c
+
+_INSERT_EVENT = models.events.insert()
+_INSERT_WORK = models.work.insert()
+_EVENT_ID_BY_MESSAGE_ID = sa.select(_e.id).where(
+    _e.message_id == _b('p_message_id'))
+_SET_EVENT_STATE = models.events.update().where(
+    _e.id == _b('p_id')).values(state=_b('p_state'))
+
+# Work is due when it is open, its time has come, and nobody holds a live
+# claim on it.
+_DUE_WORK = sa.select(_w.id).where(
+    _w.state.in_(_OPEN_WORK), _w.next_attempt_at <= _b('p_now'),
+    sa.or_(_w.claimed_until.is_(None), _w.claimed_until < _b('p_now')),
+).order_by(_w.event_id, _w.id).limit(_b('p_limit'))
+# The same conditions again, for the claim itself: another agent may have
+# taken some of the candidates in between.
+_CLAIM_WORK = models.work.update().where(
+    _w.id.in_(_b('p_ids', expanding=True)), _w.state.in_(_OPEN_WORK),
+    sa.or_(_w.claimed_until.is_(None), _w.claimed_until < _b('p_now')),
+).values(claimed_by=_b('p_owner'), claimed_until=_b('p_until'))
+_CLAIMED_WORK = sa.select(
+    models.work, _e.event_type, _e.lifecycle, _e.instance_uuid, _e.host,
+    _e.publisher_id, _e.timestamp, _e.payload, _e.message_id,
+).join(models.events, _e.id == _w.event_id).where(
+    _w.id.in_(_b('p_ids', expanding=True)), _w.claimed_by == _b('p_owner'),
+    _w.claimed_until == _b('p_until'),
+).order_by(_w.event_id, _w.id)
+_FINISH_WORK = models.work.update().where(
+    _w.id == _b('p_id'), _w.claimed_by == _b('p_owner')).values(
+    state=_b('p_state'), reason=_b('p_reason'), attempts=_w.attempts + 1,
+    next_attempt_at=_b('p_next'), claimed_by=None, claimed_until=None,
+    updated_at=_b('p_now'))
+# When the next open work is due (see next_due).
+_NEXT_DUE = sa.select(sa.func.min(sa.case(
+    (_w.claimed_until > _w.next_attempt_at, _w.claimed_until),
+    else_=_w.next_attempt_at))).where(_w.state.in_(_OPEN_WORK))
+# The event of a work row, with the states of all of its work.
+_SIBLING_WORK_STATES = sa.select(_w.event_id, _w.state).where(
+    _w.event_id == sa.select(_w.event_id).where(
+        _w.id == _b('p_id')).scalar_subquery())
+
+# claim_work without a limit.
+_MAX_LIMIT = 2 ** 31 - 1
+
+_REQUEST_SPEC = models.request_specs.select().where(
+    models.request_specs.c.instance_uuid == _b('p_key'))
+_INSTANCE = models.instances.select().where(
+    models.instances.c.uuid == _b('p_key'))
 
 
 class Journal:
@@ -82,6 +165,13 @@ class Journal:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith('sqlite'):
             sa.event.listen(self.engine, 'connect', _sqlite_pragmas)
+        self._on_conflict = self.engine.dialect.name in _ON_CONFLICT_DIALECTS
+        self._upserts = {}
+        # {instance uuid: (expiry, spec)}, least recently used first; the
+        # generation counts this process' writes (see get_request_spec).
+        self._specs = collections.OrderedDict()
+        self._specs_lock = threading.Lock()
+        self._specs_generation = 0
 
     # -- schema ----------------------------------------------------------
 
@@ -95,9 +185,29 @@ class Journal:
         cfg = alembic_config.Config()
         cfg.set_main_option('script_location',
                             'nova_vtpm.journal:migrations')
-        with self.engine.begin() as conn:
-            cfg.attributes['connection'] = conn
-            alembic_command.upgrade(cfg, 'head')
+        for attempt in range(_UPGRADE_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == 'postgresql':
+                        # Agents (and CLIs) started together on a fresh
+                        # database would all create the schema: the others
+                        # fail on the tables the first one created. One at
+                        # a time; the next ones find it up to date.
+                        conn.execute(sa.text(
+                            'SELECT pg_advisory_xact_lock(:key)'),
+                            {'key': _UPGRADE_LOCK_KEY})
+                    cfg.attributes['connection'] = conn
+                    alembic_command.upgrade(cfg, 'head')
+                return
+            except sa_exc.DBAPIError:
+                # Elsewhere (no lock): another process upgraded at the same
+                # time; once it is done, the upgrade has nothing to do.
+                if attempt + 1 >= _UPGRADE_ATTEMPTS:
+                    raise
+                LOG.warning('Journal schema upgrade failed, probably '
+                            'racing another agent; trying again',
+                            exc_info=True)
+                time.sleep(1 + attempt)
 
     def revision(self):
         with self.engine.connect() as conn:
@@ -125,24 +235,25 @@ class Journal:
             payload = json.dumps(payload, default=str, sort_keys=True)
         try:
             with self.engine.begin() as conn:
-                event_id = conn.execute(models.events.insert().values(
-                    message_id=message_id, event_type=event_type,
-                    lifecycle=lifecycle, publisher_id=publisher_id,
-                    instance_uuid=instance_uuid, host=host,
-                    timestamp=timestamp, received_at=now, state=state,
-                    reason=reason, payload=payload)).inserted_primary_key[0]
+                event_id = conn.execute(_INSERT_EVENT, {
+                    'message_id': message_id, 'event_type': event_type,
+                    'lifecycle': lifecycle, 'publisher_id': publisher_id,
+                    'instance_uuid': instance_uuid, 'host': host,
+                    'timestamp': timestamp, 'received_at': now,
+                    'state': state, 'reason': reason,
+                    'payload': payload}).inserted_primary_key[0]
                 if hooks:
-                    conn.execute(models.work.insert(), [
-                        {'event_id': event_id, 'hook': hook,
-                         'state': PENDING, 'attempts': 0,
-                         'next_attempt_at': now, 'updated_at': now}
-                        for hook in hooks])
+                    work = [{'event_id': event_id, 'hook': hook,
+                             'state': PENDING, 'attempts': 0,
+                             'next_attempt_at': now, 'updated_at': now}
+                            for hook in hooks]
+                    conn.execute(_INSERT_WORK,
+                                 work[0] if len(work) == 1 else work)
             return event_id, True
         except sa_exc.IntegrityError:
             with self.engine.connect() as conn:
-                existing = conn.execute(
-                    sa.select(models.events.c.id).where(
-                        models.events.c.message_id == message_id)).scalar()
+                existing = conn.execute(_EVENT_ID_BY_MESSAGE_ID, {
+                    'p_message_id': message_id}).scalar()
             if existing is None:
                 raise
             return existing, False
@@ -215,39 +326,21 @@ class Journal:
             row with its payload).
         """
         now = now or _now()
-        w = models.work.c
-        candidates = sa.select(w.id).where(
-            w.state.in_(_OPEN_WORK), w.next_attempt_at <= now,
-            sa.or_(w.claimed_until.is_(None), w.claimed_until < now),
-        ).order_by(w.event_id, w.id).limit(limit)
-        claimed = []
+        until = now + lease
         with self.engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(candidates)]
-            for work_id in ids:
-                n = conn.execute(models.work.update().where(
-                    w.id == work_id, w.state.in_(_OPEN_WORK),
-                    sa.or_(w.claimed_until.is_(None),
-                           w.claimed_until < now),
-                ).values(claimed_by=owner, claimed_until=now + lease)
-                ).rowcount
-                if n:
-                    claimed.append(work_id)
-        if not claimed:
-            return []
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(models.work, models.events.c.event_type,
-                          models.events.c.lifecycle,
-                          models.events.c.instance_uuid,
-                          models.events.c.host,
-                          models.events.c.publisher_id,
-                          models.events.c.timestamp,
-                          models.events.c.payload,
-                          models.events.c.message_id).join(
-                    models.events,
-                    models.events.c.id == w.event_id).where(
-                    w.id.in_(claimed)).order_by(w.event_id, w.id))
-            return [_row(r) for r in rows]
+            ids = [r[0] for r in conn.execute(_DUE_WORK, {
+                'p_now': now,
+                'p_limit': _MAX_LIMIT if limit is None else limit})]
+            if not ids:
+                return []
+            # One UPDATE for all: what it claimed carries this owner and
+            # this lease's end (a candidate another agent took in between
+            # carries theirs).
+            claimed = {'p_ids': ids, 'p_owner': owner, 'p_until': until}
+            if not conn.execute(_CLAIM_WORK, dict(claimed,
+                                                  p_now=now)).rowcount:
+                return []
+            return [_row(r) for r in conn.execute(_CLAIMED_WORK, claimed)]
 
     def finish_work(self, work_id, owner, state, reason=None,
                     next_attempt_at=None):
@@ -259,19 +352,17 @@ class Journal:
         if state not in WORK_STATES:
             raise ValueError('unknown work state %r' % state)
         now = _now()
-        w = models.work.c
         with self.engine.begin() as conn:
-            n = conn.execute(models.work.update().where(
-                w.id == work_id, w.claimed_by == owner).values(
-                state=state, reason=reason, attempts=w.attempts + 1,
-                next_attempt_at=next_attempt_at or now, claimed_by=None,
-                claimed_until=None, updated_at=now)).rowcount
+            n = conn.execute(_FINISH_WORK, {
+                'p_id': work_id, 'p_owner': owner, 'p_state': state,
+                'p_reason': reason, 'p_next': next_attempt_at or now,
+                'p_now': now}).rowcount
             if not n:
                 return False
-            event_id = conn.execute(sa.select(w.event_id).where(
-                w.id == work_id)).scalar()
-            states = {r[0] for r in conn.execute(
-                sa.select(w.state).where(w.event_id == event_id))}
+            siblings = conn.execute(_SIBLING_WORK_STATES,
+                                    {'p_id': work_id}).all()
+            event_id = siblings[0][0]
+            states = {r[1] for r in siblings}
             if FAILED in states:
                 event_state = FAILED
             elif PENDING in states:
@@ -280,8 +371,8 @@ class Journal:
                 event_state = RETRY
             else:
                 event_state = DONE
-            conn.execute(models.events.update().where(
-                models.events.c.id == event_id).values(state=event_state))
+            conn.execute(_SET_EVENT_STATE,
+                         {'p_id': event_id, 'p_state': event_state})
         return True
 
     def release_claims(self, owner):
@@ -300,11 +391,14 @@ class Journal:
                     w.claimed_by.like(prefix + '%')).distinct())]
 
     def next_due(self):
-        """The time the next open work is due, or None."""
-        w = models.work.c
+        """The time the next open work is due, or None.
+
+        Work another agent holds a claim on is due when the claim runs out:
+        counting it due at once would have the worker poll in a tight loop
+        as long as that claim lives.
+        """
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.min(
-                w.next_attempt_at)).where(w.state.in_(_OPEN_WORK))).scalar()
+            return conn.execute(_NEXT_DUE).scalar()
 
     def purge(self, older_than):
         """Delete finished events received before ``older_than``.
@@ -333,18 +427,58 @@ class Journal:
                       image_uuid=image_uuid, image_name=image_name,
                       image_props=json.dumps(image_props or {}),
                       updated_at=_now())
-        self._upsert(models.request_specs, 'instance_uuid', instance_uuid,
-                     values)
+        try:
+            self._upsert(models.request_specs, 'instance_uuid',
+                         instance_uuid, values)
+        except BaseException:
+            self._remember_spec(instance_uuid, None)
+            raise
+        # What get_request_spec would read now.
+        self._remember_spec(instance_uuid, _spec_row(dict(
+            values, instance_uuid=instance_uuid)))
 
     def get_request_spec(self, instance_uuid):
+        """The remembered request spec of an instance, or None.
+
+        Kept in memory for a while (``REQUEST_SPEC_CACHE_SECONDS``): the
+        agent looks it up for every event of the instance.
+        """
+        with self._specs_lock:
+            cached = self._specs.get(instance_uuid)
+            if cached is not None and cached[0] > time.monotonic():
+                self._specs.move_to_end(instance_uuid)
+                return _copy_spec(cached[1])
+            generation = self._specs_generation
         with self.engine.connect() as conn:
-            row = _row(conn.execute(models.request_specs.select().where(
-                models.request_specs.c.instance_uuid ==
-                instance_uuid)).first())
-        if row:
-            row['flavor_specs'] = json.loads(row['flavor_specs'] or '{}')
-            row['image_props'] = json.loads(row['image_props'] or '{}')
-        return row
+            row = _row(conn.execute(_REQUEST_SPEC,
+                                    {'p_key': instance_uuid}).first())
+        if row is None:
+            # Not cached: another agent may record it any time.
+            return None
+        row = _spec_row(row)
+        self._remember_spec(instance_uuid, row, generation)
+        return _copy_spec(row)
+
+    def _remember_spec(self, instance_uuid, spec, generation=None):
+        """Cache (or, spec None, forget) the spec of an instance.
+
+        :param generation: for a spec read from the database, the writes
+            counter before the read: a write of this process since then
+            may have made the spec read out of date, it is not kept.
+        """
+        with self._specs_lock:
+            if generation is None:
+                self._specs_generation += 1
+            elif generation != self._specs_generation:
+                return
+            if spec is None:
+                self._specs.pop(instance_uuid, None)
+                return
+            self._specs[instance_uuid] = (
+                time.monotonic() + REQUEST_SPEC_CACHE_SECONDS, spec)
+            self._specs.move_to_end(instance_uuid)
+            while len(self._specs) > REQUEST_SPEC_CACHE_SIZE:
+                self._specs.popitem(last=False)
 
     def all_request_specs(self):
         """Every remembered request spec: {instance uuid: spec}."""
@@ -361,8 +495,7 @@ class Journal:
 
     def get_instance(self, uuid):
         with self.engine.connect() as conn:
-            return _row(conn.execute(models.instances.select().where(
-                models.instances.c.uuid == uuid)).first())
+            return _row(conn.execute(_INSTANCE, {'p_key': uuid}).first())
 
     def list_instances(self, host=None, include_deleted=False):
         query = models.instances.select().order_by(models.instances.c.uuid)
@@ -377,24 +510,218 @@ class Journal:
         values['updated_at'] = _now()
         self._upsert(models.instances, 'uuid', uuid, values)
 
+    def put_instances(self, rows):
+        """put_instance for many instances, in one transaction.
+
+        :param rows: (uuid, {column: value}) pairs.
+        """
+        now = _now()
+        self._upsert_many(models.instances, 'uuid', [
+            (uuid, dict(values, updated_at=now)) for uuid, values in rows])
+
+    # -- vTPM identities (the swtpm_state hook) ---------------------------
+
+    def get_identity(self, instance_uuid):
+        """The recorded identity of an instance's vTPM, or None."""
+        table = models.vtpm_identities
+        with self.engine.connect() as conn:
+            return _row(conn.execute(table.select().where(
+                table.c.instance_uuid == instance_uuid)).first())
+
+    def put_identity(self, instance_uuid, **values):
+        """Create or update the identity record of an instance's vTPM."""
+        values['updated_at'] = _now()
+        self._upsert(models.vtpm_identities, 'instance_uuid', instance_uuid,
+                     values)
+
+    def list_identities(self, host=None, include_deleted=True):
+        """Identity records, by instance uuid; only ``host``'s if given."""
+        table = models.vtpm_identities
+        query = table.select().order_by(table.c.instance_uuid)
+        if host:
+            query = query.where(table.c.host == host)
+        if not include_deleted:
+            query = query.where(table.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(query)]
+
+    def delete_identity(self, instance_uuid):
+        """Forget an instance's vTPM identity; returns whether it existed."""
+        table = models.vtpm_identities
+        with self.engine.begin() as conn:
+            return bool(conn.execute(table.delete().where(
+                table.c.instance_uuid == instance_uuid)).rowcount)
+
+    # -- host facts (nova_vtpm.host.facts notifications) -----------------
+
+    def get_host_facts(self, host):
+        """{'host', 'facts' (a dict), 'updated_at'} of a host, or None."""
+        table = models.host_facts
+        with self.engine.connect() as conn:
+            row = _row(conn.execute(table.select().where(
+                table.c.host == host)).first())
+        return _facts_row(row)
+
+    def list_host_facts(self):
+        """The facts of every host, by host name."""
+        table = models.host_facts
+        with self.engine.connect() as conn:
+            return [_facts_row(_row(r)) for r in conn.execute(
+                table.select().order_by(table.c.host))]
+
+    def put_host_facts(self, host, facts, updated_at=None):
+        """Record the latest facts of a host (a JSON-serialisable dict)."""
+        self._upsert(models.host_facts, 'host', host, {
+            'facts': json.dumps(facts, default=str, sort_keys=True),
+            'updated_at': updated_at or _now()})
+
+    # -- attestations (the keylime hook) ----------------------------------
+
+    def get_attestation(self, instance_uuid):
+        """The keylime hook's record of a server, or None."""
+        table = models.attestations
+        with self.engine.connect() as conn:
+            return _row(conn.execute(table.select().where(
+                table.c.instance_uuid == instance_uuid)).first())
+
+    def put_attestation(self, instance_uuid, **values):
+        """Create or update the attestation record of a server.
+
+        A new record needs ``state``.
+        """
+        values['updated_at'] = _now()
+        self._upsert(models.attestations, 'instance_uuid', instance_uuid,
+                     values)
+
+    def list_attestations(self, state=None, include_removed=True):
+        """Attestation records, by instance uuid."""
+        table = models.attestations
+        query = table.select().order_by(table.c.instance_uuid)
+        if state:
+            query = query.where(table.c.state == state)
+        if not include_removed:
+            query = query.where(table.c.state != 'removed')
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(query)]
+
     def _upsert(self, table, key, key_value, values):
-        # Portable upsert: update, insert when absent, and update again if
-        # another agent inserted in between.
-        column = table.c[key]
-        for _ in range(3):
+        self._upsert_many(table, key, [(key_value, values)])
+
+    def _upsert_many(self, table, key, rows):
+        """Create or update rows of ``table`` by ``key``, in one transaction.
+
+        :param rows: (key value, {column: value}) pairs; a column not given
+            keeps its value (or is NULL in a new row).
+        """
+        if not rows:
+            return
+        # Row locks taken in one order: two agents writing the same rows at
+        # once wait for each other rather than deadlock.
+        rows = sorted(rows, key=lambda r: r[0])
+        if self._on_conflict and all(
+                _insertable(table, key, values) for _, values in rows):
             with self.engine.begin() as conn:
-                n = conn.execute(table.update().where(
-                    column == key_value).values(**values)).rowcount
-                if n:
-                    return
+                for columns, params in _batches(key, rows):
+                    conn.execute(self._upsert_statement(table, key, columns),
+                                 params if len(params) > 1 else params[0])
+            return
+        # Portable: update, insert what is absent; all again if another
+        # agent inserted one of them in between.
+        update = self._upserts.get((table.name, key))
+        if update is None:
+            update = self._upserts[table.name, key] = table.update().where(
+                table.c[key] == _b('p_key'))
+        insert = table.insert()
+        for _ in range(3):
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(table.insert().values(
-                        **{key: key_value}, **values))
+                    for key_value, values in rows:
+                        if not conn.execute(update, dict(
+                                values, p_key=key_value)).rowcount:
+                            conn.execute(insert, dict(
+                                values, **{key: key_value}))
                 return
             except sa_exc.IntegrityError:
                 continue
-        raise RuntimeError('could not write %s %s' % (table.name, key_value))
+        raise RuntimeError('could not write %s %s' % (
+            table.name, ', '.join(str(r[0]) for r in rows[:10])))
+
+    def _upsert_statement(self, table, key, columns):
+        """INSERT ... ON CONFLICT (key) DO UPDATE SET the columns given.
+
+        As text, built once: SQLAlchemy (2.0) does not cache the statements
+        of its dialects' ``insert().on_conflict_do_update()``, it compiles
+        them at every execution, which takes longer than running them.
+        """
+        cache_key = (table.name, key, columns)
+        statement = self._upserts.get(cache_key)
+        if statement is None:
+            quote = self.engine.dialect.identifier_preparer.quote
+            names = [key] + sorted(columns)
+            statement = sa.text(
+                'INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO %s' % (
+                    quote(table.name), ', '.join(quote(n) for n in names),
+                    ', '.join(':' + n for n in names), quote(key),
+                    'UPDATE SET ' + ', '.join(
+                        '%s = excluded.%s' % (quote(c), quote(c))
+                        for c in sorted(columns)) if columns else 'NOTHING'))
+            self._upserts[cache_key] = statement
+        return statement
+
+
+def _insertable(table, key, values):
+    """Whether INSERT ... ON CONFLICT of these values does what we mean.
+
+    The database checks NOT NULL before it looks for a conflict: a column
+    the row needs must be given even to update the row. And the statement
+    (text) does not apply the columns' Python-side defaults.
+    """
+    for column in table.c:
+        if column.name == key or column.name in values:
+            continue
+        if column.default is not None or (
+                not column.nullable and column.server_default is None):
+            return False
+    return True
+
+
+def _batches(key, rows):
+    """Consecutive rows with the same columns: (columns, [parameters])."""
+    columns, params = None, []
+    for key_value, values in rows:
+        these = frozenset(values)
+        if these != columns and params:
+            yield columns, params
+            params = []
+        columns = these
+        params.append(dict(values, **{key: key_value}))
+    if params:
+        yield columns, params
+
+
+def _spec_row(row):
+    """A request_specs row as get_request_spec returns it."""
+    row['flavor_specs'] = json.loads(row['flavor_specs'] or '{}')
+    row['image_props'] = json.loads(row['image_props'] or '{}')
+    return row
+
+
+def _copy_spec(spec):
+    """A copy of a cached spec that callers may change."""
+    spec = dict(spec)
+    for key in ('flavor_specs', 'image_props'):
+        if isinstance(spec[key], dict):
+            spec[key] = dict(spec[key])
+    return spec
+
+
+def _facts_row(row):
+    if row is not None:
+        try:
+            row['facts'] = json.loads(row['facts'] or '{}')
+        except ValueError:
+            row['facts'] = {}
+    return row
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

@@ -97,3 +97,72 @@ instances = sa.Table(
     sa.Column('deleted_at', sa.Double),
     sa.Column('updated_at', sa.Double, nullable=False),
 )
+
+# The swtpm_state hook's record of each vTPM's identity (migration 0002).
+# last_result: ok, alarm, unverified (no secret: recorded what could be).
+vtpm_identities = sa.Table(
+    'vtpm_identities', metadata,
+    sa.Column('instance_uuid', sa.String(36), primary_key=True),
+    sa.Column('fingerprint', sa.String(64)),
+    sa.Column('ek_cert_sha256', sa.String(64)),
+    sa.Column('ek_pub_sha256', sa.String(64)),
+    sa.Column('ek_cert_subject', sa.String(255)),
+    sa.Column('tpm_version', sa.String(8)),
+    sa.Column('host', sa.String(255)),
+    sa.Column('secret_security', sa.String(16)),
+    sa.Column('permall_size', sa.Integer),
+    sa.Column('permall_sha256', sa.String(64)),
+    sa.Column('first_seen', sa.Double),
+    sa.Column('last_verified', sa.Double),
+    sa.Column('last_result', sa.String(16)),
+    sa.Column('last_detail', sa.Text),
+    sa.Column('last_backup_at', sa.Double),
+    sa.Column('last_backup_id', sa.String(64)),
+    # The alarm action applied to the server (to undo when it clears).
+    sa.Column('alarm_action', sa.String(16)),
+    sa.Column('deleted_at', sa.Double),
+    sa.Column('updated_at', sa.Double, nullable=False),
+)
+
+# The latest facts each compute agent published about its host's swtpm and
+# libtpms (nova_vtpm.host.facts notifications; migration 0003), read by
+# ``nova-vtpm migration preflight``. ``facts`` is JSON.
+host_facts = sa.Table(
+    'host_facts', metadata,
+    sa.Column('host', sa.String(255), primary_key=True),
+    sa.Column('facts', sa.Text, nullable=False),
+    sa.Column('updated_at', sa.Double, nullable=False),
+)
+
+# The keylime hook's record of each attested server (migration 0004).
+# state: waiting (for the guest's agent to register), enrolled (added to
+# the verifier), refused (its EK is not this instance's vTPM), failed
+# (never registered, or could not be enrolled), removed (unenrolled at
+# deletion). operational_state and the attestation_* columns are the
+# verifier's, as last seen. failure_key names the last failure an action
+# was taken for (once per failure); action is the action applied (to undo).
+attestations = sa.Table(
+    'attestations', metadata,
+    sa.Column('instance_uuid', sa.String(36), primary_key=True),
+    sa.Column('mode', sa.String(16)),
+    sa.Column('state', sa.String(16), nullable=False),
+    sa.Column('host', sa.String(255)),
+    sa.Column('project_id', sa.String(255)),
+    sa.Column('tpm_policy', sa.String(255)),
+    sa.Column('agent_ip', sa.String(255)),
+    sa.Column('agent_port', sa.Integer),
+    sa.Column('ek_subject', sa.String(255)),
+    sa.Column('waiting_since', sa.Double),
+    sa.Column('enrolled_at', sa.Double),
+    sa.Column('operational_state', sa.Integer),
+    sa.Column('operational_state_name', sa.String(32)),
+    sa.Column('attestation_status', sa.String(16)),
+    sa.Column('attestation_count', sa.Integer),
+    sa.Column('last_success', sa.Double),
+    sa.Column('last_failure_reason', sa.Text),
+    sa.Column('last_failure_at', sa.Double),
+    sa.Column('failure_key', sa.String(255)),
+    sa.Column('action', sa.String(16)),
+    sa.Column('action_at', sa.Double),
+    sa.Column('updated_at', sa.Double, nullable=False),
+)

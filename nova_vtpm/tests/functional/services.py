@@ -642,15 +642,15 @@ class PostgreSQL(_Service):
 SERVICES = {'rabbitmq': RabbitMQ, 'postgresql': PostgreSQL}
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] not in SERVICES:
-        sys.stderr.write('usage: python -m %s {%s}\n'
-                         % (__spec__.name if __spec__ else 'services',
-                            '|'.join(sorted(SERVICES))))
-        return 2
-    # Not sigwait with blocked signals: the mask would be inherited by the
-    # servers started below, which then could not be stopped by signal.
+def run_until_signalled(fixture, announce):
+    """Set ``fixture`` up, ``announce(fixture)``, wait for SIGTERM/SIGINT.
+
+    For running a private service by hand (a lab, a debugging session).
+    Not sigwait with blocked signals: the mask would be inherited by the
+    servers the fixture starts, which then could not be stopped by signal.
+
+    :returns: 0 (for ``sys.exit``).
+    """
     stop = []
 
     def handler(signum, frame):
@@ -658,15 +658,12 @@ def main(argv=None):
 
     old = {s: signal.signal(s, handler)
            for s in (signal.SIGTERM, signal.SIGINT)}
-    fixture = SERVICES[argv[0]]()
     try:
         fixture.setUp()
         try:
-            print(fixture.url, flush=True)
-            sys.stderr.write('%s ready in %.1fs (dir %s, pid %d); '
-                             'SIGTERM or SIGINT stops it\n'
-                             % (argv[0], fixture.start_times[-1],
-                                fixture.base, os.getpid()))
+            announce(fixture)
+            sys.stdout.flush()
+            sys.stderr.write('ready; SIGTERM or SIGINT stops it\n')
             while not stop:
                 time.sleep(0.2)
         finally:
@@ -675,6 +672,22 @@ def main(argv=None):
         for s, h in old.items():
             signal.signal(s, h)
     return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] not in SERVICES:
+        sys.stderr.write('usage: python -m %s {%s}\n'
+                         % (__spec__.name if __spec__ else 'services',
+                            '|'.join(sorted(SERVICES))))
+        return 2
+
+    def announce(fixture):
+        print(fixture.url)
+        sys.stderr.write('%s started in %.1fs (dir %s)\n' % (
+            argv[0], fixture.start_times[-1], fixture.base))
+
+    return run_until_signalled(SERVICES[argv[0]](), announce)
 
 
 if __name__ == '__main__':

@@ -315,6 +315,23 @@ class InventoryOrderTest(AgentTestBase):
         self.drain()
         self.assertEqual('compute2', self.journal.get_instance(UUID)['host'])
 
+    def test_source_post_event_does_not_move_the_instance_back(self):
+        self.notify('instance.create.end',
+                    fakes.instance_payload(UUID, host='compute1'), 'm1',
+                    timestamp='2026-12-04 20:00:00.000000')
+        self.notify('instance.live_migration_post_dest.end',
+                    fakes.instance_payload(UUID, host='compute2'), 'm2',
+                    publisher='nova-compute:compute2',
+                    timestamp='2026-12-04 20:02:00.000000')
+        # Sent by the source after the destination's event, host=source.
+        self.notify('instance.live_migration_post.end',
+                    fakes.instance_payload(UUID, host='compute1'), 'm3',
+                    timestamp='2026-12-04 20:02:01.000000')
+        self.drain()
+        row = self.journal.get_instance(UUID)
+        self.assertEqual(('compute2', 'live_migration_post'),
+                         (row['host'], row['lifecycle']))
+
     def test_reconcile_adds_and_removes(self):
         self.journal.put_instance('gone', host='h', vtpm_version='2.0')
         server = events.ServerView(UUID, 'compute1', 'active', None, 'p',

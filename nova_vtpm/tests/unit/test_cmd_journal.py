@@ -108,8 +108,25 @@ class JournalCommandsTest(base.BaseTestCase):
         rc, out, err = self.cli('instances', 'show', 'u1')
         self.assertEqual(0, rc)
         self.assertIn('secret_security', out)
+        rc, out, err = self.cli('instances', 'show', 'u1', '--format',
+                                'json')
+        self.assertIsNone(json.loads(out)['ek_fingerprint'])
+        self.j.put_identity('u1', fingerprint='ab' * 32)
+        rc, out, err = self.cli('instances', 'show', 'u1', '--format',
+                                'json')
+        self.assertEqual('ab' * 32, json.loads(out)['ek_fingerprint'])
         rc, out, err = self.cli('instances', 'show', 'nope')
         self.assertEqual(2, rc)
+
+    def test_missing_journal_is_not_created(self):
+        missing = self.conf + '.absent.sqlite'
+        with open(self.conf, 'w') as f:
+            f.write('[nova_vtpm_journal]\nconnection = sqlite:///%s\n'
+                    % missing)
+        rc, out, err = self.cli('events', 'list')
+        self.assertEqual(2, rc)
+        self.assertIn('no journal at', err)
+        self.assertFalse(os.path.exists(missing))
 
     def test_reconcile_without_credentials_is_clear(self):
         rc, out, err = self.cli('reconcile', '--once')

@@ -108,6 +108,19 @@ class ReconcilerTest(base.BaseTestCase):
         report = self.reconciler.run()
         self.assertEqual(1, report['vtpm_servers'])
 
+    def test_unresolved_servers_are_not_removed(self):
+        self.reconciler.run()
+        self.assertEqual(4, len(self.journal.list_instances()))
+        self.clients.configured = True
+        self.resolver.clients = self.clients
+        self.clients.image_properties.side_effect = (
+            openstack.ServiceUnavailable(service='Glance', reason='down',
+                                         group='g'))
+        report = self.reconciler.run()
+        self.assertEqual(7, report['hooks']['inventory']['unresolved'])
+        self.assertEqual(0, report['hooks']['inventory']['removed'])
+        self.assertEqual(4, len(self.journal.list_instances()))
+
     def test_compute_role_only_reconciles_its_host(self):
         self.conf.set_override('role', 'compute', 'nova_vtpm_agent')
         self.conf.set_override('host', 'compute2', 'nova_vtpm_agent')
@@ -155,12 +168,26 @@ class GlanceFallbackTest(base.BaseTestCase):
                 'id': 'i1', 'name': 'img', 'hw_tpm_model': 'tpm-tis',
                 'keylime_attestation': 'required'})
             for _ in range(3):
-                name, props = resolver.image_properties('u', 'i1')
+                name, props, complete = resolver.image_properties('u', 'i1')
             self.assertEqual(1, m.call_count)
+        self.assertTrue(complete)
         # Nova's view (the RequestSpec) wins over Glance for what it has.
         self.assertEqual({'hw_tpm_model': 'tpm-crb',
                           'keylime_attestation': 'required'}, props)
         self.assertEqual('i', name)
+
+    def test_glance_down_is_incomplete_and_not_retried_at_once(self):
+        journal = mock.Mock()
+        journal.get_request_spec.return_value = None
+        resolver = request_mod.RequestResolver(self.conf, journal,
+                                               self.clients)
+        with requests_mock.Mocker() as m:
+            m.get('http://glance.test/v2/images/i1', status_code=503)
+            for _ in range(3):
+                name, props, complete = resolver.image_properties('u', 'i1')
+            self.assertEqual(1, m.call_count)
+        self.assertFalse(complete)
+        self.assertEqual({}, props)
 
     def test_not_configured(self):
         self.conf.clear_override('auth_type', 'nova_vtpm_service')
