@@ -11,4 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 venv=${NOVA_VTPM_VENV:-.venv}
 tools/install-deps.sh lab
+# The attestation part needs a real Keylime (cached under .cache/keylime).
+tools/install-keylime.sh
 exec "$venv/bin/python" -m nova_vtpm.lab "$@"

@@ -45,6 +45,7 @@ if [ -n "$missing" ]; then
         as_root chmod 755 "$policy"
         added_policy=1
     fi
+    # shellcheck disable=SC2086 # one argument per package
     as_root apt-get install -y -qq --no-install-recommends $missing
     if [ -n "$added_policy" ]; then as_root rm -f "$policy"; fi
 else

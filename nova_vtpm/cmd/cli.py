@@ -25,10 +25,15 @@ import sys
 
 from oslo_config import cfg
 
+from nova_vtpm.cmd import attestation
+from nova_vtpm.cmd import ca
 from nova_vtpm.cmd import check
 from nova_vtpm.cmd import events
 from nova_vtpm.cmd import instances
+from nova_vtpm.cmd import migration
 from nova_vtpm.cmd import reconcile
+from nova_vtpm.cmd import secrets
+from nova_vtpm.cmd import state
 from nova_vtpm import conf as nova_vtpm_conf
 from nova_vtpm import version
 
@@ -36,7 +41,8 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 
-COMMANDS = (check, events, instances, reconcile)
+COMMANDS = (check, events, instances, reconcile, state, migration, secrets,
+            attestation, ca)
 
 
 def build_parser():

@@ -27,7 +27,10 @@ from oslo_config import cfg
 from nova_vtpm.conf import agent
 from nova_vtpm.conf import attestation
 from nova_vtpm.conf import clients
+from nova_vtpm.conf import facts
 from nova_vtpm.conf import journal
+from nova_vtpm.conf import keylime
+from nova_vtpm.conf import state
 
 CONF = cfg.CONF
 
@@ -37,7 +40,8 @@ DEFAULT_CONFIG_FILES = (
     '/etc/nova-vtpm/nova-vtpm.conf',
 )
 
-_MODULES = (agent, attestation, clients, journal)
+_MODULES = (agent, attestation, clients, journal, keylime, state,
+            facts)
 
 
 def register_opts(conf):
