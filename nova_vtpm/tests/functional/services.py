@@ -30,6 +30,7 @@ Usable outside tests too, e.g. for a lab::
 prints the URL on stdout and runs until SIGTERM or SIGINT.
 """
 
+import atexit
 import glob
 import os
 import pwd
@@ -640,6 +641,46 @@ class PostgreSQL(_Service):
 
 
 SERVICES = {'rabbitmq': RabbitMQ, 'postgresql': PostgreSQL}
+
+
+# Services shared by the tests of one worker process (see shared()).
+_SHARED = {}
+# The real temporary directory, read at import: oslotest points tempfile at
+# a directory of the running test (fixtures.NestedTempfile) and removes it
+# after that test, which would pull a shared service's data from under it.
+SHARED_ROOT = tempfile.gettempdir()
+
+
+def shared(name, factory):
+    """One service per worker process, started on first use.
+
+    :param factory: called with ``base_dir=`` to make the fixture.
+    """
+    if name not in _SHARED:
+        fixture = factory(base_dir=SHARED_ROOT)
+        fixture.setUp()
+        _SHARED[name] = fixture
+    return _SHARED[name]
+
+
+def stop_shared():
+    """Stop every shared service (a module's tearDownModule, and atexit).
+
+    A later shared() starts the service again.
+    """
+    errors = []
+    while _SHARED:
+        _, fixture = _SHARED.popitem()
+        try:
+            fixture.cleanUp()
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+# In case the runner does not call tearDownModule: nothing may outlive us.
+atexit.register(stop_shared)
 
 
 def run_until_signalled(fixture, announce):

@@ -30,14 +30,12 @@ oslo.messaging's default (False) declares the ``nova`` exchange and the
 pool queue transient, and a broker restart loses what was queued.
 """
 
-import atexit
 import collections
 import datetime
 import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 import uuid as uuidlib
 
@@ -55,36 +53,11 @@ CREATE = 'instance.create.end'
 REBOOT = 'instance.reboot.end'
 DELETE = 'instance.delete.end'
 
-_SHARED = {}
-# The real temporary directory: oslotest points tempfile at a directory of
-# the running test (fixtures.NestedTempfile) and removes it after that
-# test, which would pull the data of a shared broker from under it.
-_TMP_ROOT = tempfile.gettempdir()
-
-
-def _shared(name, factory):
-    """One service per worker process, started on first use."""
-    if name not in _SHARED:
-        fixture = factory(base_dir=_TMP_ROOT)
-        fixture.setUp()
-        _SHARED[name] = fixture
-    return _SHARED[name]
+_shared = services.shared
 
 
 def tearDownModule():
-    errors = []
-    while _SHARED:
-        _, fixture = _SHARED.popitem()
-        try:
-            fixture.cleanUp()
-        except Exception as e:
-            errors.append(e)
-    if errors:
-        raise errors[0]
-
-
-# In case the runner does not call tearDownModule: nothing may outlive us.
-atexit.register(tearDownModule)
+    services.stop_shared()
 
 
 def cpu_seconds(pid):

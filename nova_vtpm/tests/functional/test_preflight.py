@@ -30,9 +30,7 @@ The server comes from the journal inventory (no Nova here: the command
 falls back to the journal and says so).
 """
 
-import atexit
 import json
-import tempfile
 import time
 import uuid as uuidlib
 
@@ -45,31 +43,11 @@ from nova_vtpm.swtpm import capabilities
 from nova_vtpm.tests.functional import agent_fixture
 from nova_vtpm.tests.functional import services
 
-_SHARED = {}
-_TMP_ROOT = tempfile.gettempdir()
-
-
-def _shared(name, factory):
-    if name not in _SHARED:
-        fixture = factory(base_dir=_TMP_ROOT)
-        fixture.setUp()
-        _SHARED[name] = fixture
-    return _SHARED[name]
+_shared = services.shared
 
 
 def tearDownModule():
-    errors = []
-    while _SHARED:
-        _, fixture = _SHARED.popitem()
-        try:
-            fixture.cleanUp()
-        except Exception as e:
-            errors.append(e)
-    if errors:
-        raise errors[0]
-
-
-atexit.register(tearDownModule)
+    services.stop_shared()
 
 
 def older_version(version):
@@ -110,7 +88,7 @@ class PreflightRealFactsTest(base.BaseTestCase):
             extra={'libvirt': {'swtpm_enabled': 'true',
                                'supported_tpm_secret_security':
                                    'user,host,deployment'},
-                   'nova_vtpm_state': {'state_root': _TMP_ROOT}})
+                   'nova_vtpm_state': {'state_root': services.SHARED_ROOT}})
         self.useFixture(agent)
         self.addCleanup(self.delete_queue, agent.pool)
         self.addOnException(lambda exc_info: self.addDetail(
