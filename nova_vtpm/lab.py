@@ -179,11 +179,17 @@ PARTS = ('check', 'lifecycle', 'attestation')
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='lab.sh', description=__doc__.split('\n\n')[0])
-    parser.add_argument('parts', nargs='*', choices=PARTS,
-                        metavar='PART', default=list(PARTS),
+    parser.add_argument('parts', nargs='*', metavar='PART',
                         help='Parts to run: %s (default: all).' % ', '.join(
                             PARTS))
     args = parser.parse_args(argv)
+    # Checked here: argparse checks an empty PART list against choices as
+    # if it were one value, and refuses it.
+    unknown = [p for p in args.parts if p not in PARTS]
+    if unknown:
+        parser.error('unknown part %s (choose from %s)' % (
+            ', '.join(unknown), ', '.join(PARTS)))
+    args.parts = args.parts or list(PARTS)
     failures = 0
     start = time.monotonic()
     if 'check' in args.parts:
